@@ -1,0 +1,95 @@
+"""Arrays: which module runs the math (NumPy, or CuPy when present), dtypes, and the RNG.
+
+Ops reach the array library only through :func:`array_module`, so the same op body runs on
+NumPy and CuPy (chainer's ``get_array_module``). NumPy ufuncs called on CuPy arrays dispatch to
+CuPy through ``__array_ufunc__``, so ``np.exp(x)`` inside an op is device-agnostic too.
+"""
+import numpy as np
+
+float16, float32, float64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
+int8, int16, int32, int64 = np.dtype("int8"), np.dtype("int16"), np.dtype("int32"), np.dtype("int64")
+uint8, bool_ = np.dtype("uint8"), np.dtype("bool")
+# PyTorch's aliases
+half, double, long, int, float, short = float16, float64, int64, int32, float32, int16
+
+_default_dtype = [float32]
+
+
+def get_default_dtype():
+    return _default_dtype[0]
+
+
+def set_default_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"set_default_dtype: expected a floating dtype, got {dtype}")
+    _default_dtype[0] = dtype
+
+
+def cupy_or_none():
+    try:
+        import cupy
+        return cupy
+    except Exception:  # not installed, or no CUDA driver
+        return None
+
+
+def array_module(*arrays):
+    """The module (numpy or cupy) that owns these arrays."""
+    for a in arrays:
+        if type(a) is not np.ndarray and type(a).__module__.startswith("cupy"):
+            import cupy
+            return cupy
+    return np
+
+
+def device_of(array):
+    return "cpu" if array_module(array) is np else "cuda"
+
+
+def to_device(array, device):
+    """Move an array to ``"cpu"`` or ``"cuda"`` (``"cuda:N"`` picks a GPU)."""
+    device = str(device)
+    if device == "cpu":
+        return array if isinstance(array, np.ndarray) else array.get()
+    if device.startswith("cuda"):
+        cp = cupy_or_none()
+        if cp is None:
+            raise RuntimeError(f"to({device!r}): CuPy with a working CUDA device is required for GPU tensors")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        with cp.cuda.Device(index):
+            return cp.asarray(array)
+    raise ValueError(f"to(): unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+
+
+# --- random numbers: one seeded generator for the process (PyTorch's manual_seed habit) ---
+_rng = [np.random.default_rng(0)]
+
+
+def manual_seed(seed):
+    """Seed tidu's generator (and CuPy's, when present); returns the generator."""
+    _rng[0] = np.random.default_rng(seed)
+    cp = cupy_or_none() if _cupy_imported() else None
+    if cp is not None:
+        cp.random.seed(seed)
+    return _rng[0]
+
+
+def _cupy_imported():
+    import sys
+    return "cupy" in sys.modules
+
+
+def rng():
+    return _rng[0]
+
+
+def get_rng_state():
+    """The generator's state as a JSON-able dict (saved in checkpoints)."""
+    return _rng[0].bit_generator.state
+
+
+def set_rng_state(state):
+    g = np.random.default_rng()
+    g.bit_generator.state = state
+    _rng[0] = g
