@@ -24,6 +24,8 @@ from ..tensor import Tensor
 _NAMES = {"lr": "learning rate", "eps": "epsilon value", "weight_decay": "weight_decay value",
           "momentum": "momentum value", "dampening": "dampening value", "alpha": "alpha value",
           "lr_decay": "lr_decay value", "initial_accumulator_value": "initial_accumulator_value"}
+# keys of a saved group that are not hyper-parameters here (PyTorch's implementation switches)
+_NOT_LOADED = {"params", "foreach", "fused", "capturable", "differentiable", "decoupled_weight_decay"}
 
 
 class Optimizer:
@@ -240,7 +242,7 @@ class Optimizer:
             new_state[p] = {n: self._load_value(name, k, n, v, p) for n, v in saved.items()}
         new_groups = []
         for saved, group in zip(saved_groups, self.param_groups):
-            g = {n: (tuple(v) if n == "betas" else v) for n, v in saved.items() if n != "params"}
+            g = {n: (tuple(v) if n == "betas" else v) for n, v in saved.items() if n not in _NOT_LOADED}
             g["params"] = group["params"]
             for n, v in self.defaults.items():
                 g.setdefault(n, v)
