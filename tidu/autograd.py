@@ -102,7 +102,7 @@ def _topological_order(roots):
 def _owned(g, incoming):
     # A gradient array that aliases another (the incoming gradient passed through, or a view)
     # must be copied before it becomes a leaf's .grad, which later accumulates in place.
-    return g.copy() if (g is incoming or g.base is not None) else g
+    return g.copy(order="K") if (g is incoming or g.base is not None) else g
 
 
 def run_backward(roots, root_grads, retain_graph=False, capture=None):
