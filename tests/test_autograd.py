@@ -131,3 +131,37 @@ def test_item_numpy_repr():
     assert "requires_grad=True" in repr(x) and "grad_fn" in repr(x * 2)
     with pytest.raises(ValueError, match="only a one-element tensor"):
         x.item()
+
+
+def test_leaf_hook_fires_once_with_the_summed_gradient():
+    w = td.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    handle = w.register_hook(lambda g: seen.append(g.tolist()))
+    ((w * 3).sum() + (w * w).sum()).backward()  # two uses of w
+    assert seen == [[5.0, 7.0]] and w.grad.tolist() == [5.0, 7.0]
+    handle.remove()
+    (w * 1).sum().backward()
+    assert len(seen) == 1
+
+
+def test_post_accumulate_hook_and_queue_callback():
+    w = td.tensor([1.0], requires_grad=True)
+    b = td.tensor([2.0], requires_grad=True)
+    events = []
+
+    def after(p):
+        events.append(("post", p.grad.item()))
+        td.autograd.queue_callback(lambda: events.append(("end", w.grad.item(), b.grad.item())))
+    w.register_post_accumulate_grad_hook(after)
+    (w * b * 4).sum().backward()
+    assert events == [("post", 8.0), ("end", 8.0, 4.0)]
+    with pytest.raises(RuntimeError, match="only be called while backward is running"):
+        td.autograd.queue_callback(lambda: None)
+
+
+def test_hook_on_intermediate_tensor():
+    x = td.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    h.register_hook(lambda g: g * 0)  # cut the gradient at h
+    (h * h + x).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0]

@@ -99,59 +99,92 @@ def _topological_order(roots):
     return order
 
 
-def _owned(g, incoming):
-    # A gradient array that aliases another (the incoming gradient passed through, or a view)
-    # must be copied before it becomes a leaf's .grad, which later accumulates in place.
-    return g.copy(order="K") if (g is incoming or g.base is not None) else g
+def _last_uses(order):
+    """For each position in ``order``, the leaves that it is the last node to send a gradient to."""
+    last = {}
+    for i, node in enumerate(order):
+        for p in node._parents:
+            if p._backward is None and p.requires_grad:
+                last[id(p)] = (i, p)
+    done_at = {}
+    for i, p in last.values():
+        done_at.setdefault(i, []).append(p)
+    return done_at
+
+
+# Callbacks queued during a backward run once it has finished (innermost backward first).
+_callback_stack = []
+
+
+def queue_callback(fn):
+    """Run ``fn()`` when the backward now in progress has finished (call it from a hook)."""
+    if not _callback_stack:
+        raise RuntimeError("queue_callback: can only be called while backward is running (from a hook)")
+    _callback_stack[-1].append(fn)
 
 
 def run_backward(roots, root_grads, retain_graph=False, capture=None):
-    """Propagate ``root_grads`` from ``roots``. Leaf gradients accumulate into ``.grad``;
-    with ``capture`` (ids of tensors), their gradients are returned in a dict instead and
-    no ``.grad`` is touched."""
-    from .tensor import Tensor
-    grads = {}
+    """Propagate ``root_grads`` from ``roots``. A leaf's gradients from all its uses are summed and
+    delivered once, right after its last use, into ``.grad`` (hooks fire then); with ``capture``
+    (ids of tensors) they are returned in a dict instead and no ``.grad`` is touched."""
+    grads, leaf_grads, captured = {}, {}, {}
     for r, g in zip(roots, root_grads):
-        k = id(r)
-        grads[k] = grads[k] + g if k in grads else g
-    captured = {}
-    for r in roots:  # a root with no graph (a leaf) receives its gradient directly
-        if r._backward is None and r.requires_grad:
-            _deliver(r, grads.pop(id(r)), None, capture, captured, Tensor)
-    for node in _topological_order(roots):
-        g = grads.pop(id(node), None)
-        if g is None:
-            continue
-        if capture is not None and id(node) in capture:
-            captured[id(node)] = captured.get(id(node), 0) + g
-        parent_grads = node._backward(g)
-        for p, pg in zip(node._parents, parent_grads):
-            if pg is None or not p.requires_grad:
-                continue
-            if p._backward is None:
-                _deliver(p, pg, g, capture, captured, Tensor)
-            else:
-                k = id(p)
-                grads[k] = grads[k] + pg if k in grads else pg
-        if not retain_graph:
-            node._backward, node._parents = _freed, ()
+        store = leaf_grads if r._backward is None else grads
+        store[id(r)] = store[id(r)] + g if id(r) in store else g
+    order = _topological_order(roots)
+    done_at = _last_uses(order)
+    _callback_stack.append([])
+    try:
+        used = {id(p) for leaves in done_at.values() for p in leaves}
+        for r in roots:  # a leaf root that nothing else feeds gets its gradient now
+            if r._backward is None and r.requires_grad and id(r) not in used and id(r) in leaf_grads:
+                _deliver(r, leaf_grads.pop(id(r)), capture, captured)
+        for i, node in enumerate(order):
+            g = grads.pop(id(node), None)
+            if g is not None:
+                if capture is not None and id(node) in capture:
+                    captured[id(node)] = captured.get(id(node), 0) + g
+                for p, pg in zip(node._parents, node._backward(g)):
+                    if pg is None or not p.requires_grad:
+                        continue
+                    k = id(p)
+                    if p._backward is not None:
+                        grads[k] = grads[k] + pg if k in grads else pg
+                    elif k in leaf_grads:
+                        leaf_grads[k] = leaf_grads[k] + pg
+                    else:  # it may become .grad, which accumulates in place: never alias another array
+                        leaf_grads[k] = pg if (pg is not g and pg.base is None) else pg.copy(order="K")
+            if not retain_graph:
+                node._backward, node._parents = _freed, ()
+            for leaf in done_at.get(i, ()):
+                if id(leaf) in leaf_grads:
+                    _deliver(leaf, leaf_grads.pop(id(leaf)), capture, captured)
+    finally:
+        callbacks = _callback_stack.pop()
+    for fn in callbacks:
+        fn()
     return captured
 
 
-def _deliver(leaf, g, incoming, capture, captured, Tensor):
+def _deliver(leaf, g, capture, captured):
     if capture is not None:
         if id(leaf) in capture:
-            k = id(leaf)
-            captured[k] = captured[k] + g if k in captured else g
+            captured[id(leaf)] = g
         return
-    for hook in leaf._hooks or ():
-        out = hook(Tensor(g))
-        if out is not None:
-            g = out.data
+    from .tensor import Tensor
+    hooks = leaf._hooks
+    if hooks:
+        for hook in hooks["pre"]:
+            out = hook(Tensor(g))
+            if out is not None:
+                g = out.data
     if leaf.grad is None:
-        leaf.grad = Tensor(np.asarray(_owned(g, incoming)))
+        leaf.grad = Tensor(np.asarray(g))
     else:
         leaf.grad.data += g
+    if hooks:
+        for hook in hooks["post"]:
+            hook(leaf)
 
 
 def backward(tensor, gradient=None, retain_graph=False):

@@ -143,11 +143,29 @@ class Tensor:
         return self
 
     def register_hook(self, hook):
-        """Call ``hook(grad)`` when this leaf's gradient arrives; a Tensor it returns replaces the gradient."""
+        """Call ``hook(grad)`` when this tensor's gradient is computed (for a leaf: once per backward,
+        with the sum over all its uses); a Tensor it returns replaces the gradient. Returns a handle
+        whose ``remove()`` takes the hook away."""
+        if self._backward is None:
+            return _HookHandle(self._hook_lists()["pre"], hook)
+        inner = self._backward
+
+        def hooked(g):
+            out = hook(Tensor(g))
+            return inner(g if out is None else out.data)
+        self._backward = hooked
+        return _HookHandle(None, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` on this leaf after its ``.grad`` has been updated in a backward."""
+        if self._backward is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors accumulate gradients")
+        return _HookHandle(self._hook_lists()["post"], hook)
+
+    def _hook_lists(self):
         if self._hooks is None:
-            self._hooks = []
-        self._hooks.append(hook)
-        return hook
+            self._hooks = {"pre": [], "post": []}
+        return self._hooks
 
     # --- devices and dtypes ---
     def to(self, *args, dtype=None, device=None, copy=False):
@@ -271,6 +289,17 @@ class Tensor:
         self._check_inplace("__setitem__")
         from .ops.indexing import _array_index
         self.data[_array_index(index)] = value.data if isinstance(value, Tensor) else value
+
+
+class _HookHandle:
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+        if hooks is not None:
+            hooks.append(hook)
+
+    def remove(self):
+        if self.hooks is not None and self.hook in self.hooks:
+            self.hooks.remove(self.hook)
 
 
 class Parameter(Tensor):
