@@ -61,3 +61,11 @@ def test_failed_save_keeps_the_old_file(tmp_path):
 def test_save_refuses_non_dict(tmp_path):
     with pytest.raises(TypeError, match="expected a dict"):
         td.save(td.ones(2), tmp_path / "x.safetensors")
+
+
+def test_zero_dim_tensors_keep_their_shape(tmp_path):
+    p = tmp_path / "s.safetensors"
+    td.save({"num_batches_tracked": td.tensor(7), "scale": td.tensor(0.5)}, p)
+    back = td.load(p)
+    assert back["num_batches_tracked"].shape == () and back["num_batches_tracked"].item() == 7
+    assert back["scale"].shape == () and back["scale"].dtype == np.float32

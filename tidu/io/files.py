@@ -13,7 +13,8 @@ def atomic_write(path, mode="wb"):
     >>> p = os.path.join(tempfile.mkdtemp(), "a.txt")
     >>> with atomic_write(p, "w") as f:
     ...     _ = f.write("hello")
-    >>> open(p).read()
+    >>> with open(p) as f:
+    ...     f.read()
     'hello'
     """
     path = os.fspath(path)

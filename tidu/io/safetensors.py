@@ -28,7 +28,7 @@ def _encode(obj, path, tensors):
         name = ".".join(path) or "tensor"
         while name in tensors:  # dotted paths of different nestings may collide
             name += "_"
-        tensors[name] = np.ascontiguousarray(array)
+        tensors[name] = np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d 1-d
         return {"__tensor__": name, "kind": "tensor" if isinstance(obj, Tensor) else "ndarray"}
     if isinstance(obj, dict):
         items = []
