@@ -15,6 +15,10 @@ data-parallel one — PyTorch's names::
         logs = dist.all_reduce_metrics({"loss": loss}, weight=n_seen)
         if dist.is_main_process(): print(logs)              # only rank 0 logs and saves
 
+With ``tidu.train.Trainer`` none of this is written by hand: the same script that calls ``trainer.fit``
+trains on N processes under ``mpiexec -n N`` (``tidu.distributed.training``: the Trainer joins the group,
+wraps the model, shards the data, merges the metrics, and only rank 0 writes).
+
 mpi4py (the ``distributed`` extra) is imported by ``init_process_group`` only: ``import tidu`` and
 this package do not need it, and without it every function here acts on a group of one process.
 
@@ -41,19 +45,19 @@ def distribute_loader(loader, shuffle=None, seed=None, drop_last=False):
     """A DataLoader like ``loader`` that reads only this rank's share: the same dataset, batch size
     (per rank), collate function and prefetch, with a ``DistributedSampler``.
 
-    ``shuffle`` defaults to the loader's own; ``seed`` (the same on every rank) defaults to one drawn on
-    rank 0 from tidu's RNG and broadcast. With one process the loader is returned unchanged. Each pass
-    over the new loader is a new epoch of the sampler (``loader.sampler.set_epoch(e)`` sets it explicitly).
+    ``shuffle`` defaults to the loader's own; ``seed`` defaults to one drawn from the loader's generator
+    (so a loader made with ``seed=`` gives the same order in every run), rank 0's being used by all.
+    With one process the loader is returned unchanged. Each pass over the new loader is a new epoch of
+    the sampler (``loader.sampler.set_epoch(e)`` sets it explicitly).
     """
-    from ..backend import rng
     from ..data import DataLoader
     if get_world_size() == 1:
         return loader
     if loader.batch_size is None or loader._iterable:
         raise ValueError("distribute_loader: the loader must read a map-style dataset with batch_size "
                          "(not a batch_sampler or an IterableDataset); give it a DistributedSampler yourself")
-    if seed is None:
-        seed = broadcast_object(int(rng().integers(2**31)) if is_main_process() else None)
+    if seed is None:  # drawn on every rank (their generators stay in step), rank 0's kept
+        seed = broadcast_object(0 if loader.generator is None else int(loader.generator.integers(2**31)))
     sampler = DistributedSampler(loader.dataset, shuffle=loader.shuffle if shuffle is None else shuffle, seed=seed,
                                  drop_last=drop_last)
     return DataLoader(loader.dataset, batch_size=loader.batch_size, drop_last=loader.drop_last,

@@ -98,10 +98,10 @@ class DistributedSampler:
         return {"epoch": self.epoch, "next_epoch": self._next_epoch, "seed": self.seed}
 
     def load_state_dict(self, state):
+        """Continue the saved order: its epoch counters and its seed (a resumed run replays the order it
+        had, even when the new sampler was made with another seed)."""
         self.epoch, self._next_epoch = int(state["epoch"]), int(state["next_epoch"])
-        if "seed" in state and int(state["seed"]) != self.seed:
-            raise ValueError(f"DistributedSampler.load_state_dict: the state was saved with seed {state['seed']}, "
-                             f"this sampler has seed {self.seed}")
+        self.seed = int(state.get("seed", self.seed))
 
     def __repr__(self):
         return (f"DistributedSampler(num_samples={self.num_samples}, num_replicas={self.num_replicas}, "

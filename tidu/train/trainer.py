@@ -21,6 +21,13 @@ A run folder (``run_dir``) gets ``checkpoints/last.safetensors`` (every epoch),
 ``metrics.jsonl``, ``metrics.csv``, ``history.json`` and ``plots/*.png``; ``fit(..., resume=True)``
 (or ``Trainer.resume(run_dir, model, optimizer, ...)``) continues a killed run from its last checkpoint
 to the same final weights, bit for bit, as a run that was never interrupted.
+
+Under ``mpiexec -n N`` (``tidu.distributed.is_launched()``) the same script trains data-parallel on N
+processes: the Trainer joins the process group, makes BatchNorm layers ``SyncBatchNorm``, wraps the
+model in ``DistributedDataParallel``, gives each rank its share of the training and validation data
+(a DataLoader's ``batch_size`` is then per rank), merges the loss and metrics of all ranks, and only
+rank 0 logs, shows progress, draws and writes files (the others wait for it). A failing rank ends
+the whole job, showing its error; every rank resumes from the same checkpoint.
 """
 import numbers
 import os
@@ -151,6 +158,12 @@ class Trainer:
             raise TypeError(f"Trainer: model must be a tidu.nn.Module, got {type(model).__name__}")
         if seed is not None:
             backend.manual_seed(seed)
+        self._group = None  # the ranks, when launched by mpiexec (tidu.distributed.training)
+        from .. import distributed
+        if distributed.is_launched():
+            from ..distributed.training import TrainerGroup
+            self._group = TrainerGroup(model)
+            model = self._group.model
         self.model = model
         self.loss_fn, self.loss_name, self._kind = self._resolve_loss(loss)
         if task is not None:
@@ -172,7 +185,7 @@ class Trainer:
         self.stop_training = False
         self.confusion_matrix = None
         self._guard = NonFiniteGuard()
-        self._progress = self._resolve_progress(progress)
+        self._progress = self._resolve_progress(progress) if self._main else None
         self._loaders = {}
         self._epoch_state = None      # running loss and metrics of an epoch under way (saved mid-epoch)
         self._pending = None          # (state, path) of a checkpoint whose loaders and RNG fit() restores
@@ -188,15 +201,22 @@ class Trainer:
                 raise TypeError(f"Trainer: callbacks[{i}] is a {type(cb).__name__}, "
                                 "not a tidu.train.callbacks.Callback")
         built += self.callbacks
+        if not self._main:  # files and the terminal are rank 0's
+            from .callbacks import _FileLogger
+            built = [cb for cb in built if not isinstance(cb, (_FileLogger, ProgressBar))]
         if self.run_dir is not None:
             given = {type(cb) for cb in self.callbacks}
             if not any(isinstance(cb, ModelCheckpoint) and cb.filepath is None for cb in self.callbacks):
                 built.append(ModelCheckpoint())
-            built += [cls() for cls in (CSVLogger, JSONLLogger) if cls not in given]
+            built += [cls() for cls in (CSVLogger, JSONLLogger) if cls not in given and self._main]
         built.append(self._guard)
         if self._progress is not None:
             built.append(self._progress)
         self._all_callbacks = CallbackList(built, trainer=self)
+
+    @property
+    def _main(self):
+        return self._group is None or self._group.main
 
     # --- arguments ---
     @staticmethod
@@ -309,8 +329,9 @@ class Trainer:
             return tuple(_to_tensor(b) for b in batch[:-1]), _to_tensor(batch[-1])
         return (_to_tensor(batch),), None
 
-    def _forward(self, inputs):
-        return self.model(**inputs) if isinstance(inputs, dict) else self.model(*inputs)
+    def _forward(self, inputs, model=None):
+        model = self.model if model is None else model
+        return model(**inputs) if isinstance(inputs, dict) else model(*inputs)
 
     def _prepare_target(self, output, target):
         """Make a built-in loss's target fit the outputs: labels of shape (n,), float targets shaped
@@ -389,6 +410,8 @@ class Trainer:
         train_loader = self._loader(train_data, batch_size, shuffle, "train_data")
         if train_loader is None:
             raise ValueError("Trainer.fit: train_data is None")
+        if self._group is not None:
+            train_loader = self._group.train_loader(train_loader)
         val_loader = self._loader(val_data, batch_size, False, "val_data")
         self._loaders = {"train": train_loader, "val": val_loader}
         self.epochs = int(epochs)
@@ -418,6 +441,8 @@ class Trainer:
             while self.epoch < self.epochs and not self.stop_training:
                 epoch = self.epoch
                 state = self._train_epoch(train_loader, epoch, cbs)
+                if self._group is not None:
+                    self._group.merge(state)
                 logs = self._read_metrics(state)
                 cm = state["cm"]
                 if val_loader is not None:
@@ -434,19 +459,27 @@ class Trainer:
                 cbs.on_epoch_end(epoch, logs)
                 if cbs.stop_training:
                     self.stop_training = True
+                if self._group is not None:  # every rank stops together
+                    self.stop_training = self._group.any(self.stop_training)
                 if self.run_dir is not None:
-                    self.history.save(os.path.join(self.run_dir, "history.json"))
+                    if self._main:
+                        self.history.save(os.path.join(self.run_dir, "history.json"))
                     self.save_checkpoint()
             cbs.on_train_end(logs)
+        except BaseException as e:
+            if self._group is not None:
+                self._group.fail(e)  # the other ranks would wait for this one forever
+            raise
         finally:
             if self._progress is not None:
                 self._progress.close()
-        if self.run_dir is not None and self.plots and len(self.history):
+        if self.run_dir is not None and self.plots and len(self.history) and self._main:
             self._draw()
         return self.history
 
     def _train_epoch(self, loader, epoch, cbs):
         model, opt, k = self.model, self.optimizer, self.accumulate_steps
+        ddp = None if self._group is None else self._group.ddp
         model.train()
         steps = self.steps_per_epoch = _length(loader)
         skip, self._resume_skip = self._resume_skip, 0
@@ -461,7 +494,9 @@ class Trainer:
             if target is None:
                 raise ValueError("Trainer.fit: a training batch has no target; the loader should yield (x, y) "
                                  f"tuples or dicts with a 'y'/'label'/'target' key, got {type(batch).__name__}")
-            output = self._forward(inputs)
+            if ddp is not None:  # average the gradients only on the batch that steps
+                ddp.require_backward_grad_sync = steps is None or (b + 1) % k == 0 or b + 1 == steps
+            output = self._forward(inputs, ddp)
             target = self._prepare_target(output, target)
             loss = self.loss_fn(output, target)
             value = self._guard.check(loss, step=self.global_step + 1, epoch=epoch, batch=b)
@@ -491,6 +526,9 @@ class Trainer:
         was_training = getattr(model, "training", True)
         model.eval()
         state = self._new_epoch_state()
+        sharded = False
+        if self._group is not None:
+            loader, sharded = self._group.eval_loader(loader)
         try:
             with no_grad():
                 for batch in loader:
@@ -504,7 +542,7 @@ class Trainer:
                     self._update_metrics(state, target, output)
         finally:
             model.train(was_training)
-        return state
+        return self._group.merge(state) if sharded else state
 
     def evaluate(self, data, batch_size=256):
         """The loss and metrics on ``data`` (a loader or ``(X, y)``), in eval mode without gradients:
@@ -599,14 +637,23 @@ class Trainer:
                  "metrics": [m.name for m in self.metrics]}
         if self._epoch_state is not None:
             s = self._epoch_state
+            if self._group is not None:  # what all ranks have seen of this epoch
+                s = self._group.merge(s, copy=True)
             extra["epoch_state"] = {"loss": s["loss"].state_dict(), "metrics": [m.state_dict() for m in s["metrics"]],
                                     "cm": s["cm"].state_dict() if s["cm"] else None}
             params = [p for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else []
             if any(p.grad is not None for p in params):  # inside an accumulation group
                 extra["grads"] = {str(i): p.grad for i, p in enumerate(params) if p.grad is not None}
-        _ckpt.save_checkpoint(path, self.model, self.optimizer, self.scheduler, loaders=self._loaders,
-                              epoch=self.epoch, global_step=self.global_step, history=self.history,
-                              callbacks=callbacks, preprocessor=self.preprocessor, config=self.config, extra=extra)
+                if self._group is not None:  # each rank's share so far, averaged: every rank resumes with it
+                    extra["grads"] = dict(zip(extra["grads"], map(Tensor, self._group.average(
+                        [g.data for g in extra["grads"].values()]))))
+        if self._main:
+            _ckpt.save_checkpoint(path, self.model, self.optimizer, self.scheduler, loaders=self._loaders,
+                                  epoch=self.epoch, global_step=self.global_step, history=self.history,
+                                  callbacks=callbacks, preprocessor=self.preprocessor, config=self.config,
+                                  extra=extra)
+        if self._group is not None:  # the file is there for every rank when this returns
+            self._group.barrier()
         return path
 
     def _restore(self, state, path, loaders, rng):
@@ -631,12 +678,13 @@ class Trainer:
         self._epoch_state, self._resume_skip = None, 0
         if saved is not None:
             s = self._new_epoch_state()
-            s["loss"].load_state_dict(saved["loss"])
-            for m, ms in zip(s["metrics"], saved["metrics"]):
-                m.load_state_dict(ms)
-            if saved.get("cm") is not None:
-                s["cm"] = _metrics.ConfusionMatrix()
-                s["cm"].load_state_dict(saved["cm"])
+            if self._main:  # under mpiexec the saved state holds every rank's share: rank 0 carries it
+                s["loss"].load_state_dict(saved["loss"])
+                for m, ms in zip(s["metrics"], saved["metrics"]):
+                    m.load_state_dict(ms)
+                if saved.get("cm") is not None:
+                    s["cm"] = _metrics.ConfusionMatrix()
+                    s["cm"].load_state_dict(saved["cm"])
             self._epoch_state = s
             loader_state = (state.get("loaders") or {}).get("train", {}).get("state", {})
             self._resume_skip = int(loader_state.get("batches_seen", 0))
