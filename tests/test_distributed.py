@@ -571,3 +571,20 @@ if __name__ == "__main__":
         worker_trainer(sys.argv[2])
     elif sys.argv[1] == "trainer-fail":
         worker_trainer_fail(sys.argv[2])
+
+
+@needs_mpi
+def test_tidu_train_command_under_mpiexec(tmp_path):
+    """`mpiexec -n 2 tidu train CONFIG.toml` works unchanged; an error on the ranks ends the job."""
+    out = tmp_path / "run"
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "tidu.cli", "train", "recipes/digits.toml", "--epochs", "1",
+           "--out", str(out), "--no-plots"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("run saved in") == 1  # only rank 0 reports
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["test"]["accuracy"] > 0.5
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=root)
+    assert again.returncode != 0 and "already holds a finished run" in again.stderr

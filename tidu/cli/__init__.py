@@ -40,7 +40,16 @@ def main(argv=None):
         if os.environ.get("TIDU_DEBUG"):
             raise
         print(f"tidu {args.command}: error: {e}", file=sys.stderr)
+        _abort_group()
         return 1
+
+
+def _abort_group():
+    """Under mpiexec, one rank's error ends the whole job (the others would wait for it forever)."""
+    if "tidu.distributed" in sys.modules:
+        from .. import distributed as dist
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.abort(1)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class _Killed(Exception):
 
 
 def run(args):
+    from .. import distributed as dist
+    if dist.is_launched():  # under mpiexec: every rank trains its share; rank 0 writes the run folder
+        dist.init_process_group()
     if args.resume is not None:
         if args.config is not None:
             raise ValueError("give either CONFIG.toml (a new run) or --resume RUN_DIR, not both")
@@ -79,16 +82,20 @@ def _fresh(config_path, out, epochs, force, stop_after, no_plots=False):
         job = _config.prepare(cfg)               # reads, checks and splits the data, fits the preprocessing
     except _config.ConfigError as e:             # a field that does not fit the data: name the file too
         raise _config.ConfigError(f"{config_path}: {e}") from None
+    from .. import distributed as dist
     run_dir = cfg["output"]["dir"]
-    old = _claim(run_dir, force)                 # refuses before anything is written
-    for entry in old:
-        path = os.path.join(run_dir, entry)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-    os.makedirs(run_dir, exist_ok=True)
-    _write_json(cfg, os.path.join(run_dir, "config.json"))
-    _write_json({**job.meta, "splits": {k: v.tolist() for k, v in job.splits.items()}},
-                os.path.join(run_dir, "data.json"), compact=True)
-    _describe(job, run_dir)
+    old = _claim(run_dir, force)                 # refuses before anything is written (every rank alike)
+    dist.barrier()
+    if dist.is_main_process():
+        for entry in old:
+            path = os.path.join(run_dir, entry)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        os.makedirs(run_dir, exist_ok=True)
+        _write_json(cfg, os.path.join(run_dir, "config.json"))
+        _write_json({**job.meta, "splits": {k: v.tolist() for k, v in job.splits.items()}},
+                    os.path.join(run_dir, "data.json"), compact=True)
+        _describe(job, run_dir)
+    dist.barrier()
     return _train(job, run_dir, cfg["train"]["epochs"], None, stop_after)
 
 
@@ -150,20 +157,24 @@ def _resume(run_dir, stop_after):
                               fingerprint=data["fingerprint"])
     except _config.ConfigError as e:
         raise _config.ConfigError(f"{config_path}: {e}") from None
+    from .. import distributed as dist
     failed = os.path.join(run_dir, "failed.json")
-    if os.path.exists(failed):
+    dist.barrier()  # every rank has read the folder before rank 0 changes it
+    if dist.is_main_process() and os.path.exists(failed):
         os.remove(failed)
     epochs = cfg["train"]["epochs"]
     stopped = [cb for cb in (state.get("callbacks") or {}).values() if cb.get("stopped_epoch") is not None]
     if stopped:  # early stopping had ended the run before the kill: train no further
         epochs = int(state["epoch"])
-    print(f"resuming {run_dir} after epoch {state['epoch']} of {cfg['train']['epochs']}", flush=True)
+    if dist.is_main_process():
+        print(f"resuming {run_dir} after epoch {state['epoch']} of {cfg['train']['epochs']}", flush=True)
     return _train(job, run_dir, epochs, last, stop_after)
 
 
 # --- training and finishing a run ---
 
 def _train(job, run_dir, epochs, resume, stop_after):
+    from .. import distributed as dist
     from ..train import LambdaCallback
     started = time.time()
     if stop_after is not None:
@@ -189,9 +200,12 @@ def _train(job, run_dir, epochs, resume, stop_after):
               file=sys.stderr)
         return 130
     except Exception as e:
-        _write_json({"error": f"{type(e).__name__}: {e}", "epoch": trainer.epoch, "step": trainer.global_step},
-                    os.path.join(run_dir, "failed.json"))
+        if dist.is_main_process():
+            _write_json({"error": f"{type(e).__name__}: {e}", "epoch": trainer.epoch, "step": trainer.global_step},
+                        os.path.join(run_dir, "failed.json"))
         raise
+    if not dist.is_main_process():
+        return 0
     test = summary.get("test")
     if test is not None:
         from ..train.progress import format_logs
@@ -215,14 +229,16 @@ def _finish(job, trainer, run_dir, started):
     for cb in trainer.callbacks:
         if getattr(cb, "stopped_epoch", None) is not None:
             summary["stopped_early_after_epoch"] = cb.stopped_epoch + 1
+    from .. import distributed as dist
     if "test" in job.arrays:
-        summary["test"] = trainer.evaluate(job.loader("test"))
+        summary["test"] = trainer.evaluate(job.loader("test"))  # a collective under MPI: every rank
         if job.task == "classification" and trainer.confusion_matrix is not None:
             summary["test_confusion_matrix"] = trainer.confusion_matrix.tolist()
-            if cfg["output"]["plots"]:
+            if cfg["output"]["plots"] and dist.is_main_process():
                 draw_test_confusion(run_dir, summary)
     summary["seconds"] = round(time.time() - started, 3)
-    _write_json(summary, os.path.join(run_dir, "summary.json"))
+    if dist.is_main_process():
+        _write_json(summary, os.path.join(run_dir, "summary.json"))
     return summary
 
 
