@@ -59,6 +59,8 @@ SECTIONS = {
     "schedule": ("name", "step_size", "gamma", "min_lr", "warmup_epochs", "factor", "patience"),
     "train": ("epochs", "loss", "metrics", "early_stopping", "grad_clip", "accumulate_steps", "final_weights"),
     "output": ("dir", "plots"),
+    "privacy": ("noise_multiplier", "target_epsilon", "delta", "max_grad_norm", "accountant"),
+    "fairness": ("sensitive", "pos_label"),
 }
 TOP_LEVEL = ("seed",) + tuple(SECTIONS)
 
@@ -229,7 +231,42 @@ def validate(raw, origin="config", base_dir=None, default_name="run"):
     out = sections["output"]
     cfg["output"] = {"dir": c.str(out, "dir", "output", os.path.join("runs", default_name)),
                      "plots": c.bool(out, "plots", "output", True)}
+    cfg["privacy"] = _privacy(c, sections["privacy"], cfg) if raw.get("privacy") is not None else None
+    cfg["fairness"] = _fairness(c, sections["fairness"], task) if raw.get("fairness") is not None else None
     return cfg
+
+
+def _privacy(c, p, cfg):
+    """[privacy]: train with DP-SGD (``tidu.privacy.make_private``); ε is logged per epoch."""
+    if (p.get("noise_multiplier") is None) == (p.get("target_epsilon") is None):
+        c.fail("privacy", "give exactly one of privacy.noise_multiplier (the noise σ) and privacy.target_epsilon "
+                          "(then σ is chosen so that train.epochs spend that ε)")
+    for field, value, why in (
+            ("model.batch_norm", cfg["model"].get("batch_norm"), "BatchNorm mixes the samples of a batch, which "
+                                                                 "DP-SGD cannot clip one by one; set it to false"),
+            ("train.grad_clip", cfg["train"]["grad_clip"] is not None, "DP-SGD clips each sample's gradient to "
+                                                                      "privacy.max_grad_norm itself; leave it out"),
+            ("train.accumulate_steps", cfg["train"]["accumulate_steps"] != 1, "each DP-SGD step is one "
+                                                                             "Poisson-sampled batch; leave it at 1")):
+        if value:
+            c.fail(field, f"does not go with [privacy]: {why}")
+    return {"noise_multiplier": c.float(p, "noise_multiplier", "privacy", None, low=0.0, optional=True),
+            "target_epsilon": c.float(p, "target_epsilon", "privacy", None, low=0.0, low_open=True, optional=True),
+            "delta": c.float(p, "delta", "privacy", 1e-5, low=0.0, high=1.0, low_open=True, high_open=True),
+            "max_grad_norm": c.float(p, "max_grad_norm", "privacy", 1.0, low=0.0, low_open=True),
+            "accountant": c.choice(p, "accountant", "privacy", "rdp", ("rdp", "pld"))}
+
+
+def _fairness(c, f, task):
+    """[fairness]: the column whose groups ``tidu evaluate`` and ``tidu report`` compare."""
+    if task != "classification":
+        c.fail("fairness", "group fairness metrics are for classifiers (data.task = 'classification')")
+    if "sensitive" not in f:
+        c.fail("fairness.sensitive", "missing; name the column of the sensitive attribute (e.g. \"city\")")
+    label = f.get("pos_label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
+        c.bad("fairness.pos_label", label, "a class label or name (a string or an integer)")
+    return {"sensitive": c.str(f, "sensitive", "fairness", None), "pos_label": label}
 
 
 def _data(c, d, train, base_dir):
@@ -707,6 +744,8 @@ class Job:
 
     def loader(self, split, shuffle=False):
         from .data import DataLoader, TensorDataset
+        if split == "train" and shuffle and getattr(self, "train_loader", None) is not None:
+            return self.train_loader  # [privacy]: Poisson-sampled batches
         X, y = self.arrays[split]
         bs = self.cfg["data"]["batch_size"]
         if shuffle:
@@ -795,7 +834,36 @@ def prepare(cfg, splits=None, preprocessor_state=None, fingerprint=None):
     scheduler, interval = build_scheduler(cfg, optimizer, -(-steps // cfg["train"]["accumulate_steps"]))
     metrics = build_metrics(cfg, classes, class_names, scale)
     callbacks = build_callbacks(cfg, metrics)
+    fairness = cfg.get("fairness")
+    if fairness is not None:
+        if fairness["sensitive"] not in frame.columns:
+            raise ConfigError(f"fairness.sensitive: unknown column {fairness['sensitive']!r}; the table has columns "
+                              f"{list(frame.columns)}")
+        if fairness["pos_label"] is not None:
+            class_index(fairness["pos_label"], classes, class_names, "fairness.pos_label")
+    train_loader = None
+    if cfg.get("privacy") is not None:
+        optimizer, train_loader, privacy = _make_private(cfg, arrays["train"], model, optimizer)
+        callbacks.append(privacy)
     return Job(cfg=cfg, frame=frame, fingerprint=found, task=task, numeric=pre.numeric, categorical=pre.categorical,
                splits=splits, preprocessor=pre, arrays=arrays, classes=classes, class_names=class_names,
                target_scale=scale, n_features=n_features, n_outputs=n_outputs, model=model, optimizer=optimizer,
-               scheduler=scheduler, scheduler_interval=interval, metrics=metrics, callbacks=callbacks)
+               scheduler=scheduler, scheduler_interval=interval, metrics=metrics, callbacks=callbacks,
+               train_loader=train_loader)
+
+
+def _make_private(cfg, train, model, optimizer):
+    """[privacy]: ``(DP optimizer, Poisson-sampled training loader, PrivacyCallback)`` for the model."""
+    from .data import DataLoader, TensorDataset
+    from .privacy import make_private
+    from .privacy.callback import PrivacyCallback
+    p = cfg["privacy"]
+    loader = DataLoader(TensorDataset(*train), batch_size=cfg["data"]["batch_size"])
+    try:
+        _, optimizer, loader = make_private(
+            model, optimizer, loader, noise_multiplier=p["noise_multiplier"], target_epsilon=p["target_epsilon"],
+            target_delta=p["delta"], epochs=cfg["train"]["epochs"], max_grad_norm=p["max_grad_norm"],
+            accountant=p["accountant"], seed=cfg["seed"])
+    except ValueError as e:
+        raise ConfigError(f"privacy: {e}") from None
+    return optimizer, loader, PrivacyCallback(delta=p["delta"])

@@ -17,8 +17,8 @@ class Tensor:
     __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False):
-        # Fast internal constructor: `data` must already be an array of the intended dtype.
-        self.data = data
+        # Ops pass arrays of the intended dtype; anything else (a number, a list) goes through as_array.
+        self.data = data if type(data) is _ndarray else as_array(data)
         self.grad = None
         self.requires_grad = requires_grad
         self._parents = ()

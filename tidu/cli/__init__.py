@@ -5,6 +5,7 @@ function taking the parsed arguments and returning an exit code.
 """
 import argparse
 import importlib
+import os
 import sys
 
 # Subcommand modules, in the order `tidu --help` lists them.
@@ -34,9 +35,11 @@ def main(argv=None):
         return 2
     try:
         return args.func(args) or 0
+    except BrokenPipeError:  # `tidu ... | head` closed the pipe: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as e:
         # Users get the one clear message, not a traceback; TIDU_DEBUG=1 shows the traceback.
-        import os
         if os.environ.get("TIDU_DEBUG"):
             raise
         print(f"tidu {args.command}: error: {e}", file=sys.stderr)

@@ -3,9 +3,15 @@
     tidu evaluate runs/digits                      # the held-out test split the run set aside
     tidu evaluate runs/loan --data new_loans.csv   # any table with the feature columns and the target
     tidu evaluate runs/digits --json               # the numbers as JSON
+    tidu evaluate runs/loan --sensitive city       # and per-group fairness metrics for the groups of 'city'
 
 The rows go through exactly the preprocessing saved with the model. Regression metrics are in the
 target's own units; the loss is the one the model was trained on.
+
+With ``--sensitive COLUMN`` (or ``[fairness] sensitive`` in the run's config) a classifier's rows are
+also grouped by that column (a numeric one with many values into quartiles): per group the accuracy,
+TPR, FPR and selection rate for the positive class (``--pos-label``, by default the second class),
+and the demographic-parity and equalized-odds differences (the largest gaps between groups).
 """
 import argparse
 import json
@@ -20,6 +26,10 @@ def register(sub):
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by tidu train")
     p.add_argument("--data", metavar="FILE", help="a labelled CSV / Parquet file instead of the test split")
     p.add_argument("--json", action="store_true", help="print the metrics (and confusion matrix) as JSON")
+    p.add_argument("--sensitive", metavar="COLUMN", help="fairness: metrics per group of this column "
+                                                        "(default: fairness.sensitive of the run's config)")
+    p.add_argument("--pos-label", metavar="CLASS", help="the positive class of the fairness rates "
+                                                       "(default: fairness.pos_label, else the second class)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +51,12 @@ def evaluate(run_dir, data=None):
 
 
 def _test_split(run):
+    X, y = run.preprocessor.transform(_test_rows(run))
+    return X, y, "the test split"
+
+
+def _test_rows(run):
+    """The raw rows of the run's test split."""
     from .. import config as _config
     from ..io import read_json
     data = read_json(os.path.join(run.run_dir, "data.json"))
@@ -55,24 +71,45 @@ def _test_split(run):
     if fingerprint != data["fingerprint"]:
         raise ValueError(f"{run.cfg['data']['source']!r} has changed since the run (its SHA-256 differs), so its "
                          "test split is lost; give --data FILE")
-    X, y = run.preprocessor.transform(frame.iloc[rows])
-    return X, y, "the test split"
+    return frame.iloc[rows]
+
+
+def fairness(run, data=None, sensitive=None, pos_label=None):
+    """Group fairness metrics (``tidu.report.run_fairness``) on the test split or a labelled file, for
+    ``sensitive`` (default: the config's ``fairness.sensitive``); None when no column is named."""
+    from ..data import read_table
+    from ..report import run_fairness
+    configured = run.cfg.get("fairness") or {}
+    if sensitive is None:
+        sensitive = configured.get("sensitive")
+        pos_label = configured.get("pos_label") if pos_label is None else pos_label
+    if sensitive is None:
+        return None
+    frame = read_table(data) if data is not None else _test_rows(run)
+    return run_fairness(run, frame, sensitive, pos_label)
 
 
 def run(args):
     from ..train.progress import format_logs
     run_, metrics, cm, n, what = evaluate(args.run_dir, args.data)
+    groups = fairness(run_, args.data, args.sensitive, args.pos_label)
     names = run_.meta["class_names"]
     if args.json:
+        from ..report import fairness_json
         out = {"rows": n, "metrics": metrics}
         if cm is not None:
             out["confusion_matrix"] = cm.tolist()
             out["class_names"] = names
+        if groups is not None:
+            out["fairness"] = fairness_json(groups)
         print(json.dumps(out, indent=2))
         return 0
     print(f"{what} ({n} rows): {format_logs(metrics)}")
     if cm is not None:
         print(format_confusion(cm, names))
+    if groups is not None:
+        from ..report import fairness_text
+        print(fairness_text(groups))
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 # What a run writes into its folder; --force deletes nothing else.
 RUN_ENTRIES = ("config.json", "data.json", "summary.json", "failed.json", "history.json", "metrics.jsonl",
-               "metrics.csv", "checkpoints", "plots")
+               "metrics.csv", "checkpoints", "plots", "report", "explain", "model.onnx")
 
 
 def register(sub):

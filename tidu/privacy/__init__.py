@@ -10,9 +10,10 @@ spent. Accounting needs the ``privacy`` extra (``pip install 'tidu[privacy]'``, 
 """
 from .accountant import (MECHANISMS, PrivacyAccountant, PrivacyBudgetExceeded, compute_epsilon,
                          find_noise_multiplier)
+from .callback import PrivacyCallback
 from .dpsgd import DPOptimizer, PoissonBatchSampler, make_private
 from .per_sample import GradSampler, register_grad_sampler, supported_layers
 
-__all__ = ["make_private", "DPOptimizer", "PoissonBatchSampler", "GradSampler", "register_grad_sampler",
+__all__ = ["make_private", "PrivacyCallback", "DPOptimizer", "PoissonBatchSampler", "GradSampler", "register_grad_sampler",
            "supported_layers", "PrivacyAccountant", "PrivacyBudgetExceeded", "compute_epsilon",
            "find_noise_multiplier", "MECHANISMS"]

@@ -494,6 +494,11 @@ class Trainer:
             if target is None:
                 raise ValueError("Trainer.fit: a training batch has no target; the loader should yield (x, y) "
                                  f"tuples or dicts with a 'y'/'label'/'target' key, got {type(batch).__name__}")
+            if _batch_len(target) == 0:  # an empty Poisson-sampled batch (DP-SGD): no loss, yet the step counts
+                self._step(cbs, {"size": 0})
+                self.global_step += 1
+                cbs.on_batch_end(b, {"size": 0, "optimizer_step": True})
+                continue
             if ddp is not None:  # average the gradients only on the batch that steps
                 ddp.require_backward_grad_sync = steps is None or (b + 1) % k == 0 or b + 1 == steps
             output = self._forward(inputs, ddp)
