@@ -337,3 +337,18 @@ def test_index_dtype_errors():
         td.embedding(td.tensor([7]), x)
     with pytest.raises(IndexError, match=r"index_select: index values must lie in \[0, 3\)"):
         x.index_select(0, td.tensor([3]))
+
+
+def test_gelu_float32_fast_path_is_exact_and_finite():
+    """float32 GELU uses a rational erf; it must agree with the float64 (SciPy / reference) path."""
+    x = np.concatenate([np.linspace(-12, 12, 5001), [-1e30, -50.0, 0.0, 50.0, 3e38]]).astype(np.float32)
+    a = td.tensor(x, requires_grad=True)
+    y = td.gelu(a)
+    ref = td.gelu(td.tensor(x.astype(np.float64))).numpy()
+    assert y.dtype == np.float32 and np.isfinite(y.numpy()).all()
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-6, atol=1e-6)
+    y.sum().backward()
+    b = td.tensor(x.astype(np.float64), requires_grad=True)
+    td.gelu(b).sum().backward()
+    assert np.isfinite(a.grad.numpy()).all()
+    np.testing.assert_allclose(a.grad.numpy()[:5001], b.grad.numpy()[:5001], rtol=1e-5, atol=1e-6)

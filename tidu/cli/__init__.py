@@ -38,7 +38,7 @@ def main(argv=None):
     except BrokenPipeError:  # `tidu ... | head` closed the pipe: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as e:
+    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, ImportError) as e:
         # Users get the one clear message, not a traceback; TIDU_DEBUG=1 shows the traceback.
         if os.environ.get("TIDU_DEBUG"):
             raise
