@@ -21,7 +21,7 @@ bool = bool_  # td.bool, as torch.bool
 __version__ = "0.1.0"
 
 # Subpackages load on first use, so `import tidu` stays fast and optional extras stay optional.
-_SUBMODULES = {"nn", "optim", "data", "train", "io", "privacy", "explain", "fairness", "distributed", "cli",
+_SUBMODULES = {"nn", "optim", "data", "train", "io", "privacy", "explain", "fairness", "distributed", "cli", "text",
                "utils"}
 
 

@@ -10,17 +10,23 @@
 (16, 4)
 """
 from ..tensor import Parameter
-from . import functional, init, utils
+from . import functional, init, pretrained, utils
 from .activation import *  # noqa: F401,F403
+from .attention import *  # noqa: F401,F403
 from .container import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
+from .gpt import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .module import IncompatibleKeys, Module, RemovableHandle, StateDictError
 from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
-from . import activation, container, conv, linear, loss, normalization, pooling
+from .recurrent import *  # noqa: F401,F403
+from .summary import ModelSummary, summary, to_mermaid
+from .transformer import *  # noqa: F401,F403
+from . import activation, attention, container, conv, gpt, linear, loss, normalization, pooling, recurrent, transformer
 
 __all__ = (["Module", "Parameter", "IncompatibleKeys", "RemovableHandle", "StateDictError", "functional", "init",
-            "utils"] + activation.__all__ + container.__all__ + linear.__all__ + loss.__all__ + conv.__all__
-           + pooling.__all__ + normalization.__all__)
+            "pretrained", "utils", "summary", "ModelSummary", "to_mermaid"]
+           + [name for m in (activation, attention, container, conv, gpt, linear, loss, normalization, pooling,
+                             recurrent, transformer) for name in m.__all__])

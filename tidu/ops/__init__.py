@@ -1,7 +1,9 @@
 """Every differentiable op. Each module keeps an op's forward and backward side by side; this file
 re-exports them and attaches them to ``Tensor`` as operators and methods."""
 from ..tensor import Tensor
-from . import conv, creation, elementwise, indexing, linalg, loss, nn, normalization, pool, reduce, shape
+from . import (attention, conv, creation, elementwise, indexing, linalg, loss, nn, normalization, pool, recurrent,
+               reduce, shape)
+from .attention import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .creation import *  # noqa: F401,F403
 from .elementwise import *  # noqa: F401,F403
@@ -11,10 +13,12 @@ from .loss import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .pool import *  # noqa: F401,F403
+from .recurrent import *  # noqa: F401,F403
 from .reduce import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 
-__all__ = [name for m in (conv, creation, elementwise, indexing, linalg, loss, nn, normalization, pool, reduce, shape)
+__all__ = [name for m in (conv, creation, elementwise, indexing, linalg, loss, nn, normalization, pool, reduce, shape,
+                          attention, recurrent)
            for name in m.__all__]
 
 

@@ -1,0 +1,4 @@
+"""``tidu.utils``: helpers around training — ``checkpoint`` (activation checkpointing)."""
+from .checkpoint import checkpoint, checkpoint_sequential
+
+__all__ = ["checkpoint", "checkpoint_sequential"]
