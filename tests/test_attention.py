@@ -519,3 +519,15 @@ def test_bpe_tokenizer(tmp_path):
     tok.save(tmp_path / "tokenizer.json")
     again = BPETokenizer.load(tmp_path / "tokenizer.json")
     assert again.encode("the quick dog") == tok.encode("the quick dog") and again.vocab_size == tok.vocab_size
+
+
+def test_mha_is_causal_with_only_a_key_padding_mask_stays_causal():
+    """is_causal=True plus a key padding mask (no attn_mask): both apply, as an explicit causal mask would."""
+    td.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = td.randn(2, 5, 8)
+    pad = td.tensor(np.array([[False] * 5, [False] * 3 + [True] * 2]))
+    causal = td.tensor(np.triu(np.ones((5, 5), dtype=bool), k=1))
+    got, _ = mha(x, x, x, key_padding_mask=pad, is_causal=True, need_weights=False)
+    want, _ = mha(x, x, x, key_padding_mask=pad, attn_mask=causal, need_weights=False)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)

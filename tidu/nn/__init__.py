@@ -22,11 +22,13 @@ from .module import IncompatibleKeys, Module, RemovableHandle, StateDictError
 from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
+from .seq2seq import *  # noqa: F401,F403
 from .summary import ModelSummary, summary, to_mermaid
 from .transformer import *  # noqa: F401,F403
-from . import activation, attention, container, conv, gpt, linear, loss, normalization, pooling, recurrent, transformer
+from . import (activation, attention, container, conv, gpt, linear, loss, normalization, pooling, recurrent, seq2seq,
+               transformer)
 
 __all__ = (["Module", "Parameter", "IncompatibleKeys", "RemovableHandle", "StateDictError", "functional", "init",
             "pretrained", "utils", "summary", "ModelSummary", "to_mermaid"]
            + [name for m in (activation, attention, container, conv, gpt, linear, loss, normalization, pooling,
-                             recurrent, transformer) for name in m.__all__])
+                             recurrent, seq2seq, transformer) for name in m.__all__])

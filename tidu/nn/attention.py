@@ -174,6 +174,8 @@ class MultiheadAttention(Module):
             q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
         n, lq, s = q.shape[0], q.shape[1], k.shape[1]
         q, k, v = (t.reshape(n, t.shape[1], h, d).transpose(1, 2) for t in (q, k, v))  # (N, H, ·, D)
+        if is_causal and attn_mask is None and key_padding_mask is not None:
+            attn_mask = np.triu(np.ones((lq, s), dtype=bool), k=1)  # causal AND padding: one merged mask
         mask = self._merge_masks(attn_mask, key_padding_mask, n if batched else 0, lq, s)
         causal = bool(is_causal) and mask is None  # with a mask, is_causal is only a hint, as in PyTorch
         p = self.dropout if self.training else 0.0

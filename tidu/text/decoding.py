@@ -123,7 +123,8 @@ def beam_search(model, src, bos_id, eos_id, beam_size=4, max_len=50, length_pena
             v = logp.shape[1]
             cand = (scores[:, :, None] + logp.reshape(n, k, v)).reshape(n, k * v)
             top = np.argsort(-cand, axis=1, kind="stable")[:, :2 * k]
-            new_rows, new_tok, new_scores = np.zeros((n, k), np.int64), np.full((n, k), eos_id), np.full((n, k), -np.inf)
+            new_rows, new_tok = np.zeros((n, k), np.int64), np.full((n, k), eos_id)
+            new_scores = np.full((n, k), -np.inf)
             for i in range(n):
                 if done[i]:
                     continue
