@@ -130,7 +130,7 @@ def test_sdpa_parallel_path_from_several_threads(monkeypatch):
     """Calls from user threads at once: the same answers, and BLAS keeps its thread count."""
     from concurrent.futures import ThreadPoolExecutor
     monkeypatch.setattr(A, "_parts", split_in_two)
-    blas = A._blas_controller()
+    blas = td.backend.blas_controller()
     before = blas.get_num_threads() if blas is not None else None
     q, k, v = (td.tensor(arr(4, 2, 16, 8)) for _ in range(3))
     want = td.scaled_dot_product_attention(q, k, v, is_causal=True).numpy()

@@ -273,3 +273,30 @@ def test_small_cnn_loads_pytorch_weights():
     _parity(ours, theirs, x, atol=1e-4)
     for k, v in theirs.state_dict().items():
         np.testing.assert_allclose(ours.state_dict()[k].numpy(), v.numpy(), atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_batch_split_over_threads_gives_the_same_results(threads, monkeypatch):
+    """With several BLAS threads allowed, convolution and max-pooling split the batch over Python
+    threads (each with one BLAS thread); forced here on small inputs, the results must not change."""
+    from threadpoolctl import threadpool_limits
+    import importlib
+    conv_mod = importlib.import_module("tidu.ops.conv")
+    rs = np.random.default_rng(0)
+    x0 = rs.standard_normal((5, 4, 9, 8)).astype(np.float32)
+    w0 = rs.standard_normal((6, 2, 3, 3)).astype(np.float32)
+
+    def run():
+        x, w, b = (td.tensor(a, requires_grad=True) for a in (x0, w0, np.ones(6, np.float32)))
+        y = td.max_pool2d(td.conv2d(x, w, b, padding=1, groups=2).relu(), 2)
+        (y * y).sum().backward()
+        return [a.numpy() for a in (y, x.grad, w.grad, b.grad)]
+
+    with threadpool_limits(limits=1):
+        expected = run()
+    monkeypatch.setattr(conv_mod, "MIN_PARALLEL_BYTES", 0)
+    with threadpool_limits(limits=threads):
+        got = run()
+        assert td.backend.blas_controller() is None or td.backend.blas_controller().get_num_threads() == threads
+    for a, b in zip(got, expected):  # the weight gradient sums its parts in another order
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())

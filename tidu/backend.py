@@ -118,3 +118,62 @@ def set_rng_state(state):
     g = np.random.default_rng()
     g.bit_generator.state = state
     _rng[0] = g
+
+
+# --- work split over threads ---
+# NumPy releases the GIL in BLAS calls, copies and ufuncs, so Python threads working on different
+# slices of a batch run at once, each with a single-threaded BLAS. Unlike a multithreaded BLAS alone,
+# that also spreads the copies and elementwise passes over the cores (and avoids splitting many small
+# matrix products, which collapses on a busy machine). It needs threadpoolctl to reach numpy's BLAS.
+_blas, _pool = [], {}
+_pool_busy = __import__("threading").Lock()
+
+
+def blas_controller():
+    """threadpoolctl's handle on numpy's BLAS (None when threadpoolctl is missing or cannot drive it)."""
+    if not _blas:
+        try:
+            from threadpoolctl import ThreadpoolController
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            libs = [lib for lib in libs if "numpy" in lib.filepath] or libs
+            _blas.append(libs[0] if libs else None)
+        except Exception:  # not installed, or a BLAS it cannot drive
+            _blas.append(None)
+    return _blas[0]
+
+
+def parallel_parts(n, worth_it=True, xp=np):
+    """[0, n) as (start, end) ranges, one per BLAS thread; a single range for small work, on a GPU,
+    or without threadpoolctl."""
+    threads = 1
+    if worth_it and n > 1 and xp is np:
+        blas = blas_controller()
+        threads = min(n, blas.get_num_threads()) if blas is not None else 1
+    bounds = [n * i // threads for i in range(threads + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def run_parallel(fn, parts):
+    """``[fn(part) for part in parts]``, each part on its own thread (the first on the caller's), with
+    BLAS single-threaded meanwhile. Runs them one after the other when another caller is already in here."""
+    if len(parts) == 1 or not _pool_busy.acquire(blocking=False):
+        return [fn(part) for part in parts]
+    import os
+    blas = blas_controller()
+    before = blas.get_num_threads()
+    try:
+        if _pool.get("pid") != os.getpid() or _pool["workers"] < len(parts) - 1:  # a forked child lost the threads
+            from concurrent.futures import ThreadPoolExecutor
+            _pool.update(pool=ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="tidu"), pid=os.getpid(),
+                         workers=len(parts) - 1)
+        blas.set_num_threads(1)
+        futures = [_pool["pool"].submit(fn, part) for part in parts[1:]]
+        try:
+            first = fn(parts[0])
+        finally:
+            for f in futures:
+                f.exception()  # wait for all before BLAS gets its threads back
+        return [first] + [f.result() for f in futures]
+    finally:
+        blas.set_num_threads(before)
+        _pool_busy.release()

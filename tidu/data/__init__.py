@@ -16,7 +16,11 @@ from .loader import (BatchSampler, DataLoader, RandomSampler, Sampler, Sequentia
                      default_collate)
 from .preprocess import TabularPreprocessor, read_table
 from .split import random_split, stratified_split
+from . import transforms
+from .transforms import (Compose, Lambda, Normalize, RandomCrop, RandomHorizontalFlip, RandomVerticalFlip, ToTensor,
+                         Transform, TransformDataset)
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "DataLoader", "default_collate",
            "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "BatchSampler", "random_split",
-           "stratified_split", "read_table", "TabularPreprocessor", "load", "available", "Bunch"]
+           "stratified_split", "read_table", "TabularPreprocessor", "load", "available", "Bunch", "transforms", "Transform", "Compose", "Lambda", "ToTensor", "Normalize", "RandomCrop",
+           "RandomHorizontalFlip", "RandomVerticalFlip", "TransformDataset"]

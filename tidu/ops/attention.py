@@ -12,12 +12,11 @@ copies of q, k, v. The softmax subtracts each row's maximum, so large scores can
 query whose keys are all masked gets zeros (output and gradients), as PyTorch's SDPA gives.
 """
 import functools
-import os
-import threading
 
 import numpy as np
 
 from .. import backend
+from ..backend import parallel_parts, run_parallel
 from ..autograd import unbroadcast
 from ..tensor import Tensor, _result
 
@@ -123,64 +122,12 @@ def _score_grads(ds, qd, kd, q, k, attn_mask, scale):
 # (batch) axis over as many Python threads as BLAS has (numpy releases the GIL in BLAS and in its
 # ufuncs), each running BLAS single-threaded. It needs threadpoolctl to reach the BLAS.
 MIN_PARALLEL_SCORES = 1 << 16  # fewer attention scores than this run in the calling thread alone
-_blas, _pool, _busy = [], {}, threading.Lock()
-
-
-def _blas_controller():
-    """threadpoolctl's handle on numpy's BLAS (None when threadpoolctl is not installed)."""
-    if not _blas:
-        try:
-            from threadpoolctl import ThreadpoolController
-            libs = ThreadpoolController().select(user_api="blas").lib_controllers
-            libs = [c for c in libs if "numpy" in c.filepath] or libs
-            _blas.append(libs[0] if libs else None)
-        except Exception:  # not installed, or a BLAS it cannot drive
-            _blas.append(None)
-    return _blas[0]
 
 
 def _parts(n_lead, n_scores):
     """Slices of the leading axis, one per BLAS thread, or None to run in one piece."""
-    if n_lead < 2 or n_scores < MIN_PARALLEL_SCORES:
-        return None
-    blas = _blas_controller()
-    threads = min(blas.get_num_threads(), n_lead) if blas is not None else 1
-    if threads < 2:
-        return None
-    bounds = [n_lead * i // threads for i in range(threads + 1)]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _executor(workers):
-    """A thread pool of at least ``workers`` threads, made again after a fork (its threads stay behind)."""
-    pool = _pool.get("pool")
-    if pool is None or _pool["pid"] != os.getpid() or _pool["workers"] < workers:
-        from concurrent.futures import ThreadPoolExecutor
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="tidu-attention")
-        _pool.update(pool=pool, pid=os.getpid(), workers=workers)
-    return pool
-
-
-def _in_parallel(fn, parts):
-    """``fn(part)`` for every part, each on its own thread, with BLAS single-threaded meanwhile.
-    (If another thread is already in here, the parts simply run one after the other.)"""
-    if not _busy.acquire(blocking=False):
-        for part in parts:
-            fn(part)
-        return
-    blas = _blas_controller()
-    before = blas.get_num_threads() if blas is not None else None
-    try:
-        if before is not None:
-            blas.set_num_threads(1)
-        futures = [_executor(len(parts) - 1).submit(fn, part) for part in parts[1:]]
-        fn(parts[0])
-        for f in futures:
-            f.result()
-    finally:
-        if before is not None:
-            blas.set_num_threads(before)
-        _busy.release()
+    ranges = parallel_parts(n_lead, n_scores >= MIN_PARALLEL_SCORES)
+    return None if len(ranges) == 1 else [slice(a, b) for a, b in ranges]
 
 
 def _lead(a, part, n_dims):
@@ -240,7 +187,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if parts is None:
         forward(None)
     else:
-        _in_parallel(forward, parts)
+        run_parallel(forward, parts)
 
     def score_grad(pp, gg, part):  # dS = P ∘ (dP − rowsum(g ∘ out)), dP = g vᵀ (∘ the dropout mask)
         ds = np.matmul(gg, np.swapaxes(_lead(vd, part, nd), -1, -2))
@@ -274,7 +221,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                     np.matmul(ds, _lead(kd, part, nd), out=_lead(gq, part, nd))
                 if want_k:  # dk = scale · dSᵀ q
                     np.matmul(np.swapaxes(ds, -1, -2), _lead(qd, part, nd), out=_lead(gk, part, nd))
-        _in_parallel(backward_part, parts)
+        run_parallel(backward_part, parts)
         return (gq, gk, gv) + ((None,) if isinstance(attn_mask, Tensor) else ())
     parents = (query, key, value) + ((attn_mask,) if isinstance(attn_mask, Tensor) else ())
     return _result(out, parents, backward)

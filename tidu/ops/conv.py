@@ -8,15 +8,19 @@ The layout at the API is PyTorch's (N, C, H, W); inside, images are NHWC so that
 
 The output is returned as an (N, C, H, W) *view* of the NHWC result, so the next elementwise op,
 pool or convolution reads it in NHWC order with no transpose copy. The backward reads the lowering
-the other way: grad_weight = colsᵀ @ g, and the input gradient is col2im(g @ weightᵀ), computed one
-kernel tap at a time (one GEMM and one whole-image add per tap: kh*kw calls, no loop over pixels,
-and no (N*Ho*Wo, kh*kw*C) gradient matrix in memory). A 1-D convolution is a 2-D one of height 1;
-conv_transpose2d is conv2d's input gradient used as a forward, and its backward is a forward conv.
-Groups are a batch dimension of the matrix multiplies.
+the other way: grad_weight = colsᵀ @ g, with the patches kept from the forward when the weight needs
+a gradient (copying them again took ~1 ms of W3's ~40 ms step; keeping them costs kh*kw times the
+input's memory), and the input gradient
+is col2im(g @ weightᵀ), computed one kernel tap at a time (one GEMM and one whole-image add per tap:
+kh*kw calls, no loop over pixels, and no (N*Ho*Wo, kh*kw*C) gradient matrix in memory). With several
+BLAS threads allowed, the batch is split over Python threads instead (see ``backend.run_parallel``). A 1-D
+convolution is a 2-D one of height 1; conv_transpose2d is conv2d's input gradient used as a forward,
+and its backward is a forward conv. Groups are a batch dimension of the matrix multiplies.
 """
 import numpy as np
 
-from ..backend import array_module
+from ..autograd import is_grad_enabled
+from ..backend import array_module, parallel_parts, run_parallel
 from ..tensor import _result
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
@@ -80,14 +84,30 @@ def _nhwc_padded(x, pad):
 
 
 # im2col works on chunks of images whose patch matrix stays in the CPU cache between its copy and
-# its GEMM: the forward runs 1.2x faster than on the whole batch at once (measured), and the patch
-# matrix (kh*kw times the input) is never held for the backward, which rebuilds it chunk by chunk.
+# its GEMM: the forward runs 1.2x faster than on the whole batch at once (measured).
 _CHUNK_BYTES = 1 << 20
 
 
-def _chunks(n, image_bytes):
+def _chunks(part, image_bytes):
+    """(start, end) ranges of about _CHUNK_BYTES of patches over the images ``part`` = (start, end)
+    (or ``range(part)`` for an int)."""
+    lo, hi = (0, part) if isinstance(part, (int, np.integer)) else part
     step = max(1, _CHUNK_BYTES // max(1, image_bytes))
-    return [(s, min(n, s + step)) for s in range(0, n, step)]
+    return [(s, min(hi, s + step)) for s in range(lo, hi, step)]
+
+
+# --- the batch split over threads ---
+# NumPy releases the GIL in its copies, ufuncs and BLAS calls, so several Python threads can work on
+# different images at once, each with a single-threaded BLAS. Unlike a multithreaded BLAS alone,
+# that also spreads the im2col copies, the col2im additions and the pooling over the cores. As many
+# threads as numpy's BLAS may use (threadpoolctl's view: ``threadpool_limits(1)`` means one); none
+# without threadpoolctl, and none for small batches, where starting threads costs more than it saves.
+MIN_PARALLEL_BYTES = 1 << 21
+
+
+def _split(n, work_bytes, xp=np):
+    """The batch [0, n) as one (start, end) range per thread; one range for small work (or on a GPU)."""
+    return parallel_parts(n, work_bytes >= MIN_PARALLEL_BYTES, xp)
 
 
 def _im2col(img, kernel, stride, dilation, out_hw, groups, buf=None):
@@ -168,35 +188,46 @@ def _conv2d_arrays(x, w, b, stride, pad, dilation, groups, need):
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     k, hw = (kh, kw), ho * wo
     img = _nhwc_padded(x, pad)
-    chunks = _chunks(n, hw * kh * kw * c * x.itemsize)
+    image_bytes = hw * kh * kw * c * x.itemsize  # of one image's patch matrix
+    parts = _split(n, n * image_bytes, xp)
     # the weight as a (G, kh*kw*Cg, Og) matrix, rows ordered like an im2col row
     w5 = w.reshape(groups, o // groups, cg, kh, kw)
     wm = xp.ascontiguousarray(w5.transpose(0, 3, 4, 2, 1)).reshape(groups, kh * kw * cg, o // groups)
     out = xp.empty((n * hw, o), dtype=np.result_type(x.dtype, w.dtype))
-    cols = None
-    for s, e in chunks:
-        cols = _im2col(img[s:e], k, stride, dilation, (ho, wo), groups, cols)
-        _gemm(cols.reshape(groups, (e - s) * hw, -1), wm, out[s * hw:e * hw])
-    if b is not None:
-        out += b
     need_x, need_w, need_b = need
-    if not need_w:
-        img = None  # the weight gradient is the only user of the (padded) input
+    # The weight gradient reads the patches again: keep them (kh*kw times the input, written chunk by
+    # chunk anyway) rather than copy them a second time in the backward.
+    cols_all = xp.empty((groups, n, ho, wo, kh, kw, cg), dtype=x.dtype) if need_w else None
+
+    def forward(part):
+        cols = None
+        for s, e in _chunks(part, image_bytes):
+            buf = cols if cols_all is None else cols_all[:, s:e]
+            cols = _im2col(img[s:e], k, stride, dilation, (ho, wo), groups, buf)
+            _gemm(cols.reshape(groups, (e - s) * hw, -1), wm, out[s * hw:e * hw])
+            if b is not None:
+                out[s * hw:e * hw] += b  # while the chunk is in cache
+    run_parallel(forward, parts)
+    img = None
 
     def backward(g):
         rows = _nhwc_rows(g)
-        gw = xp.zeros_like(wm) if need_w else None
         gxp = xp.zeros((n, hp, wp, c), dtype=g.dtype) if need_x else None
         wtaps = xp.ascontiguousarray(w5.transpose(3, 4, 0, 1, 2)) if need_x else None  # (kh, kw, G, Og, Cg)
-        cols = None
-        for s, e in chunks:
-            gm = _group_major(rows[s * hw:e * hw], groups)
-            if need_w:  # dW = colsᵀ g, with the patches rebuilt chunk by chunk
-                cols = _im2col(img[s:e], k, stride, dilation, (ho, wo), groups, cols)
-                gw += np.matmul(cols.reshape(groups, (e - s) * hw, -1).transpose(0, 2, 1), gm)
-            if need_x:  # dx = col2im(g Wᵀ)
-                _col2im(gm, wtaps, gxp[s:e], stride, dilation, (ho, wo))
+
+        def backward_part(part):
+            gw = xp.zeros_like(wm) if need_w else None
+            for s, e in _chunks(part, image_bytes):
+                gm = _group_major(rows[s * hw:e * hw], groups)
+                if need_w:  # dW = colsᵀ g
+                    gw += np.matmul(cols_all[:, s:e].reshape(groups, (e - s) * hw, -1).transpose(0, 2, 1), gm)
+                if need_x:  # dx = col2im(g Wᵀ)
+                    _col2im(gm, wtaps, gxp[s:e], stride, dilation, (ho, wo))
+            return gw
+        gws = run_parallel(backward_part, _split(n, n * image_bytes, xp))
+        gw = None
         if need_w:
+            gw = gws[0] if len(gws) == 1 else sum(gws[1:], gws[0])
             gw = gw.reshape(groups, kh, kw, cg, o // groups).transpose(0, 4, 3, 1, 2).reshape(o, cg, kh, kw)
         gx = None if gxp is None else gxp[:, pad[0]:pad[0] + h, pad[2]:pad[2] + wd].transpose(0, 3, 1, 2)
         return gx, gw, _bias_grad(rows) if need_b else None
@@ -236,7 +267,8 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, nd):
     if nd == 1:  # a 1-D convolution is a 2-D one over images of height 1
         x, w = x[:, :, None, :], w[:, :, None, :]
         stride, dilation, pad = (1,) + stride, (1,) + dilation, (0, 0) + pad
-    need = (input.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    # what the backward will compute (nothing under no_grad: then no patches are kept either)
+    need = tuple(is_grad_enabled() and t is not None and t.requires_grad for t in (input, weight, bias))
     out, grads = _conv2d_arrays(x, w, None if bias is None else bias.data, stride, pad, dilation, groups, need)
     if nd == 1:
         out = out[:, :, 0, :]

@@ -4,12 +4,14 @@ A pooling window is kh*kw kernel taps; tap (i, j) of every window at once is the
 ``x[..., i*dh::sh, j*dw::sw]`` of the (padded) input. So a pool is kh*kw whole-tensor ``np.maximum``
 or ``+`` calls over views: for the common 2×2 stride-2 max-pool that is three ``np.maximum`` calls, 11×
 faster than a reshape + max (measured), and the output keeps the memory order of the input (NHWC
-from a tidu convolution). The backward routes the gradient through the same views.
+from a tidu convolution). The backward routes the gradient through the same views. A
+max-pool, like a convolution, splits the batch over threads when several are allowed (``backend.run_parallel``).
 """
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, run_parallel
 from ..tensor import Tensor, _result
+from .conv import _split
 
 __all__ = ["max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
 
@@ -60,12 +62,16 @@ def _setup(op, input, kernel_size, stride, padding, dilation, ceil_mode, nd):
 
 
 def _like(x, shape, value):
-    """A new (N, C, H', W') array filled with ``value`` in the memory order of ``x``: channels-last
-    when x is (a tidu convolution's output), so that later elementwise ops see matching layouts."""
-    if x.strides[1] < x.strides[3]:
+    """A new (N, C, H', W') array filled with ``value`` (left uninitialized for None) in the memory
+    order of ``x``: channels-last when x is (a tidu convolution's output), so that later elementwise
+    ops see matching layouts."""
+    xp = array_module(x)
+    nhwc = x.strides[1] < x.strides[3]
+    if nhwc:
         n, c, h, w = shape
-        return array_module(x).full((n, h, w, c), value, dtype=x.dtype).transpose(0, 3, 1, 2)
-    return array_module(x).full(shape, value, dtype=x.dtype)
+        shape = (n, h, w, c)
+    a = xp.empty(shape, dtype=x.dtype) if value is None else xp.full(shape, value, dtype=x.dtype)
+    return a.transpose(0, 3, 1, 2) if nhwc else a
 
 
 def _padded(x, p, k, s, d, out_hw, value):
@@ -91,14 +97,19 @@ def _taps(k, s, d, out_hw):
 
 
 def _in_layout_of(g, out):
-    """``g`` reshaped to ``out``'s shape and in its memory order (one copy when they differ: the
+    """``g`` reshaped to ``out``'s shape and in its memory order (one copy when the orders differ: the
     gradient from a flatten is NCHW while the pooled activations of a convolution are NHWC)."""
     g = g.reshape(out.shape)
-    if g.strides == out.strides:
+    if _order(g) == _order(out):
         return g
     moved = array_module(out).empty_like(out)
     moved[...] = g
     return moved
+
+
+def _order(a):
+    """The axes of ``a`` from the largest stride to the smallest (ignoring axes of length 1)."""
+    return sorted((i for i in range(a.ndim) if a.shape[i] > 1), key=lambda i: -a.strides[i])
 
 
 def _finish(out, x, input, nd):
@@ -112,24 +123,45 @@ def _max_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, retu
     x4, k, s, p, d, out_hw = _setup(op, input, kernel_size, stride, padding, dilation, ceil_mode, nd)
     xpad = _padded(x4, p, k, s, d, out_hw, -np.inf)
     taps = _taps(k, s, d, out_hw)
-    out = np.maximum(xpad[taps[0][1]], xpad[taps[1][1]]) if len(taps) > 1 else xpad[taps[0][1]].copy()
-    for _, view in taps[2:]:
-        np.maximum(out, xpad[view], out=out)  # NaN propagates, as in PyTorch
+    n, c = x4.shape[:2]
+    out = _like(xpad, (n, c) + out_hw, None)
+    parts = _split(n, xpad.nbytes, array_module(xpad))  # the batch over threads, as a convolution does
+
+    def forward(part):
+        xs, o = xpad[part[0]:part[1]], out[part[0]:part[1]]
+        if len(taps) == 1:
+            o[...] = xs[taps[0][1]]
+            return
+        np.maximum(xs[taps[0][1]], xs[taps[1][1]], out=o)
+        for _, view in taps[2:]:
+            np.maximum(o, xs[view], out=o)  # NaN propagates, as in PyTorch
+    run_parallel(forward, parts)
 
     def backward(g):
-        # each window's gradient goes to its first maximum: tap by tap, take what is left of g where
-        # the tap holds the maximum, and clear it there so that later taps of the window get nothing
-        left = _in_layout_of(g, out)
-        gxp = _like(xpad, xpad.shape, 0)
+        # Each window's gradient goes to its first maximum: tap by tap, where the tap holds the maximum
+        # and no earlier tap of its window did (``taken``, a boolean mask: cheaper than float passes).
+        g = _in_layout_of(g, out)
         disjoint = all(si >= di * (ki - 1) + 1 for si, ki, di in zip(s, k, d))
-        for t, view in taps:
-            hit = xpad[view] == out
-            if disjoint:  # each input pixel is in one window at most: write, don't add
-                np.multiply(left, hit, out=gxp[view])
-            else:
-                gxp[view] += left * hit
-            if t < len(taps) - 1:
-                left = left * ~hit
+        # windows that tile the input exactly write every pixel once: no zero fill needed
+        tiled = disjoint and d == (1, 1) and s == k and xpad.shape[2:] == (out_hw[0] * k[0], out_hw[1] * k[1])
+        gxp = _like(xpad, xpad.shape, None)
+
+        def backward_part(part):
+            xs, o, gs, gx = (a[part[0]:part[1]] for a in (xpad, out, g, gxp))
+            if not tiled:
+                gx[...] = 0
+            taken = None
+            for t, view in taps:
+                hit = xs[view] == o
+                if taken is not None:
+                    np.greater(hit, taken, out=hit)  # hit and not taken
+                if disjoint:  # each input pixel is in one window at most: write, don't add
+                    np.multiply(gs, hit, out=gx[view])
+                else:
+                    gx[view] += gs * hit
+                if t < len(taps) - 1:
+                    taken = hit if taken is None else np.logical_or(taken, hit, out=taken)
+        run_parallel(backward_part, parts)
         gx = gxp[:, :, p[0]:p[0] + x4.shape[2], p[1]:p[1] + x4.shape[3]]
         return (_finish(gx, x4, input, nd),)
 
