@@ -2,19 +2,22 @@
 
 Each side of a workload runs in its own worker process (``multiprocessing``, spawn), so that
 
-- the peak memory is honest: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of a process that
-  imported only its own framework (the tidu worker never imports torch), reported in total and
-  as the growth over the process's high-water mark after the imports;
+- the peak memory is honest: the peak RSS (see ``peak_rss_mib``) of a process that imported only
+  its own framework (the tidu worker never imports torch), reported in total and as the growth
+  over the process's high-water mark after the imports;
 - the two sides never share a thread pool, yet their timings interleave: the parent asks the
   workers for one timed sample at a time, in ABAB / BABA rounds, so a burst of load on the shared
   machine hits both sides alike.
 
-A sample is ``settle`` untimed steps (they absorb the other side's spinning threads and caches),
-then ``inner`` timed steps; its per-step time is the elapsed time divided by ``inner``. The table
-shows the median over samples and the min–max of the samples.
+A sample is untimed steps (at least ``settle`` of them and at least ``settle_s`` seconds, see
+``SETTLE_S``: the other side's idle threads stop spinning, this side's threads, caches and CPU clock
+warm up), then ``inner`` timed steps; its per-step time is the elapsed time divided by ``inner``. The table
+shows the median over samples and the min–max of the samples; the ratio tidu / PyTorch is the
+median over rounds of the ratio of the round's two samples (``paired_ratio``).
 
 A workload is a module with ``ID``, ``TITLE``, ``TARGET``, ``make_spec(quick)``, ``build(side, spec)``
-(returning a runner with ``step()`` and ``check()``) and ``summarize(spec, sides)``.
+(returning a runner with ``step()`` and ``check()``) and ``summarize(spec, sides, others)`` (``others``:
+the results of the workloads already run, by id; W5 reads W6 there).
 """
 import datetime
 import importlib
@@ -29,23 +32,37 @@ import time
 
 import numpy as np
 
-WORKLOADS = {"W1": "benchmarks.w1_tutorial", "W2": "benchmarks.w2_mlp_digits",
-             "W5": "benchmarks.w5_mlp_large", "W6": "benchmarks.w6_matmul"}
+WORKLOADS = {"W1": "benchmarks.w1_tutorial", "W2": "benchmarks.w2_mlp_digits", "W3": "benchmarks.w3_cnn",
+             "W4": "benchmarks.w4_gpt", "W5": "benchmarks.w5_mlp_large", "W6": "benchmarks.w6_matmul",
+             "W7": "benchmarks.w7_minilm"}
 SIDES = ("tidu", "torch")
 SLOWING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# Before each timed sample, a worker runs untimed steps for at least SETTLE_S seconds. An idle OpenBLAS
+# keeps its worker threads spinning (with sched_yield) for ~0.1 s after a call (measured here: 20–30 ms
+# of CPU burnt in the 0.2 s after a 512² matmul; PyTorch's OpenMP pool ~5 ms), CPU taken from whoever
+# runs next. Waiting busy rather than asleep also means timing never starts on a CPU coming out of idle.
+SETTLE_S = 0.15
 
 
 def torch_available():
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None  # without importing it here
+
+
+def peak_rss_mib():
+    """This process's peak resident set size in MiB.
+
+    On Linux, VmHWM of /proc/self/status: the high-water mark of this process's own memory map.
+    (``getrusage(RUSAGE_SELF).ru_maxrss`` is not used there: Linux carries it over fork and exec,
+    so a worker would report at least its parent's peak.) Elsewhere, ru_maxrss."""
     try:
-        import torch  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
-def _maxrss_mib():
-    # ru_maxrss is in KiB on Linux (bytes on macOS)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
@@ -94,7 +111,7 @@ def _worker(conn, module_name, side, spec, threads):
         else:
             import tidu  # noqa: F401
         limiter = set_threads(side, threads)  # noqa: F841
-        rss_import = _maxrss_mib()
+        rss_import = peak_rss_mib()
         runner = mod.build(side, spec)
         conn.send(("ready", side_info(side)))
         while True:
@@ -106,16 +123,18 @@ def _worker(conn, module_name, side, spec, threads):
                     runner.step()
                 conn.send(("ok", None))
             elif cmd == "sample":
-                settle, inner = args
-                for _ in range(settle):
-                    runner.step()
+                settle, settle_s, inner = args
                 step = runner.step
+                n, until = 0, time.perf_counter() + settle_s
+                while n < settle or time.perf_counter() < until:
+                    step()
+                    n += 1
                 t0 = time.perf_counter()
                 for _ in range(inner):
                     step()
                 conn.send(("ok", (time.perf_counter() - t0) / inner))
             elif cmd == "done":
-                peak = _maxrss_mib()
+                peak = peak_rss_mib()
                 conn.send(("ok", {"peak_rss_mib": peak, "import_rss_mib": rss_import}))
                 return
     except BaseException as e:  # report instead of dying silently
@@ -149,7 +168,7 @@ class _Side:
             self.proc.join(timeout=30)
 
 
-def run_workload(mod, spec, threads, sides=SIDES, log=print):
+def run_workload(mod, spec, threads, sides=SIDES):
     """Run one workload on the given sides; return a dict of times, checks and memory per side."""
     ctx = mp.get_context("spawn")
     t = spec["timing"]
@@ -162,9 +181,10 @@ def run_workload(mod, spec, threads, sides=SIDES, log=print):
             w.ask("steps", t["warmup"])
         times = {s: [] for s in workers}
         order = list(workers)
+        settle, settle_s = t.get("settle", 1), t.get("settle_s", SETTLE_S)
         for r in range(t["samples"]):
-            for s in (order if r % 2 == 0 else order[::-1]):  # ABAB… then BABA…: alternate who goes first
-                times[s].append(workers[s].ask("sample", t.get("settle", 1), t["inner"]))
+            for s in (order if r % 2 == 0 else order[::-1]):  # AB, BA, AB, …: alternate who goes first
+                times[s].append(workers[s].ask("sample", settle, settle_s, t["inner"]))
         memory = {s: w.close() for s, w in workers.items()}
     finally:
         for w in workers.values():
@@ -173,9 +193,18 @@ def run_workload(mod, spec, threads, sides=SIDES, log=print):
     out = {}
     for s in workers:
         ts = times[s]
-        out[s] = {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "samples": len(ts),
-                  "steps_per_sample": t["inner"], "check": checks[s], "info": workers[s].info, **memory[s]}
+        out[s] = {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "times_s": ts,
+                  "samples": len(ts), "steps_per_sample": t["inner"], "check": checks[s], "info": workers[s].info,
+                  **memory[s]}
     return out
+
+
+def paired_ratio(sides):
+    """tidu / PyTorch: the median over rounds of the ratio of the two samples taken back to back.
+
+    Robust to load that changes during the run (a shared machine): each round's two samples see
+    about the same load, while a plain ratio of medians can pair a loaded median with a quiet one."""
+    return statistics.median(a / b for a, b in zip(sides["tidu"]["times_s"], sides["torch"]["times_s"]))
 
 
 # --- presentation ---
@@ -219,13 +248,21 @@ def environment(threads):
            "python": platform.python_version(), "numpy": np.__version__,
            "threadpoolctl": threadpoolctl.__version__, "threads": threads, "cpus": os.cpu_count(),
            "cpu": _cpu_name(), "platform": platform.platform(),
-           "slowing_env_vars_set": [v for v in SLOWING_VARS if v in os.environ]}
+           "slowing_env_vars_set": [v for v in SLOWING_VARS if v in os.environ],
+           "load_average_before": _loadavg()}
     try:
         import tidu
         env["tidu"] = tidu.__version__
     except ImportError:
         pass
     return env
+
+
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _cpu_name():
@@ -245,12 +282,13 @@ def parse_args(argv):
     import argparse
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="tidu vs PyTorch eager on the CPU: W1, W2, W5, W6 of BENCHMARKS.md. Run it as "
+        description="tidu vs PyTorch eager on the CPU: W1–W7 of BENCHMARKS.md. Run it as "
                     "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks`.")
     p.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workload ids (default: all)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads on both sides (default: all cores)")
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
-    p.add_argument("--quick", action="store_true", help="tiny sizes and step counts (checks that it runs; not a benchmark)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and step counts (checks that it runs; not a benchmark)")
     p.add_argument("--tidu-only", action="store_true", help="skip PyTorch (also automatic when it is not installed)")
     p.add_argument("--profile", action="store_true",
                    help="instead of the race, profile the tidu step of each selected workload with cProfile")
@@ -299,25 +337,30 @@ def main(argv=None):
     print(f"tidu benchmarks — {env['date']} — {env['cpu']}, {env['cpus']} CPUs, {a.threads} threads per side")
     if env["slowing_env_vars_set"]:
         print(f"WARNING: {', '.join(env['slowing_env_vars_set'])} set: NumPy's OpenBLAS runs slower kernels. Run "
-              "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks` for numbers that match users' machines.")
+              "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks` for numbers that match "
+              "users' machines.")
     if "torch" not in sides:
         print("PyTorch is not installed (or --tidu-only): tidu side only, no ratios.")
     if a.quick:
         print("--quick: tiny sizes and step counts — this checks that the benchmarks run; the numbers mean nothing.")
-    results, by_id = [], {}
-    for wid in a.ids:
+    # W6 runs (and is summarized) first: W5 reports its GFLOP/s as a fraction of W6's.
+    by_id = {}
+    for wid in sorted(a.ids, key=lambda w: w != "W6"):
         mod = importlib.import_module(WORKLOADS[wid])
         spec = mod.make_spec(a.quick)
+        if a.quick:
+            spec["timing"]["settle_s"] = 0.0
         print(f"running {wid} {mod.TITLE} …", flush=True)
         t0 = time.perf_counter()
         side_results = run_workload(mod, spec, a.threads, sides)
         r = {"id": wid, "title": mod.TITLE, "sides": side_results, "wall_s": time.perf_counter() - t0,
-             "spec": {k: v for k, v in spec.items() if not isinstance(v, np.ndarray) and k != "data"}}
+             "spec": {k: v for k, v in spec.items() if k not in ("data", "weights", "orders")}}
         if "torch" in side_results:
-            r["ratio"] = side_results["tidu"]["median_s"] / side_results["torch"]["median_s"]
+            r["ratio"] = paired_ratio(side_results)
+            r["ratio_of_medians"] = side_results["tidu"]["median_s"] / side_results["torch"]["median_s"]
         r.update(mod.summarize(spec, side_results, by_id))
-        results.append(r)
         by_id[wid] = r
+    results = [by_id[w] for w in a.ids]
     first = results[0]["sides"] if results else {}
     print()
     if "tidu" in first:
@@ -332,10 +375,13 @@ def main(argv=None):
         env["torch_cpu_capability"] = ti["torch_cpu_capability"]
         print(f"PyTorch {ti['torch']}: BLAS {ti['torch_blas']}, CPU capability {ti['torch_cpu_capability']}, "
               f"{ti['torch_threads']} threads")
-    print(f"Python {env['python']}, threads per side {a.threads}\n")
+    env["load_average_after"] = _loadavg()
+    print(f"Python {env['python']}, threads per side {a.threads}; load average (1, 5, 15 min) before "
+          f"{env['load_average_before']}, after {env['load_average_after']} (other work on the machine skews times)\n")
     print(format_table(results))
     print("\nMedian and min–max of per-step times over interleaved samples (tidu, PyTorch, PyTorch, tidu, …); "
-          "peak RSS = ru_maxrss of each side's own worker process (growth over its after-import peak in brackets).")
+          "tidu/PyTorch = median over rounds of the ratio of the round's two back-to-back samples; "
+          "peak RSS = VmHWM of each side's own worker process (growth over its after-import peak in brackets).")
     for r in results:
         for note in r.get("notes", []):
             print(f"{r['id']}: {note}")
