@@ -17,6 +17,7 @@ import numpy as np
 
 from ..autograd import unbroadcast
 from ..tensor import Tensor, _result, as_array
+from .nn import _shifted_exps
 
 __all__ = ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "cross_entropy", "nll_loss",
            "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div"]
@@ -225,9 +226,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     x2, back = _rows(x)
     n_classes = x2.shape[1]
     w = _class_weight(op, weight, n_classes, x.dtype)
-    shifted = x2 - x2.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
+    shifted, e, s = _shifted_exps(x2)
     if target.data.dtype.kind == "f" and target.data.shape == x.shape:
         if ignore_index >= 0:
             raise ValueError(f"{op}: ignore_index={ignore_index} is not supported with class-probability targets")
@@ -252,11 +251,11 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     def backward(g):
         # dL_i/dx_ic = Q_i p_ic - q_ic, q = the target weights of row i and Q_i their sum
         r = _row_factor(g, factor, reduction)
-        p = e / s
         if eps == 0 and w is None and all_valid:  # the common case: p - one_hot
-            grad = p * (r[:, None] if np.ndim(r) else r)
+            grad = e * ((r[:, None] if np.ndim(r) else r) / s)  # p r, in one pass
             grad[rows, t] -= r
             return (back(grad),)
+        p = e / s
         q_sum = (1 - eps) * w_t
         if eps:
             w_sum = n_classes if w is None else w.sum()
