@@ -92,3 +92,11 @@ def check(fn, shapes=None, inputs=None, torch_fn=None, grad=True, atol=1e-5, rto
     if grad:
         gradcheck_op(fn, arrays, atol=fd_atol, rtol=fd_rtol)
     torch_parity(fn, torch_fn or fn, arrays, atol=atol, rtol=rtol, check_grad=grad)
+
+
+def run_cli(capsys, *args):
+    """Run ``tidu ARGS…`` in-process; (exit code, stdout, stderr)."""
+    from tidu.cli import main
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -14,28 +14,14 @@ import pandas as pd  # noqa: E402
 
 import tidu as td  # noqa: E402
 from tidu.cli import main  # noqa: E402
+from helpers import run_cli as cli  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPES = os.path.join(os.path.dirname(HERE), "recipes")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    """Small matrices: one BLAS thread is faster, and spinning threads hurt on a shared machine."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def write(path, text):

@@ -19,12 +19,7 @@ digits_cnn = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(digits_cnn)
 
 
-@pytest.fixture(autouse=True)
-def one_blas_thread():
-    """One BLAS thread: small GEMMs on a busy 2-core machine are faster so, and the run repeats exactly."""
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def test_recipe_on_a_small_budget(tmp_path, capsys):

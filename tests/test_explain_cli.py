@@ -12,6 +12,7 @@ pytest.importorskip("sklearn")
 import pandas as pd  # noqa: E402
 
 from tidu.cli import main  # noqa: E402
+from helpers import run_cli as cli  # noqa: E402
 from tidu.cli.explain import aggregate, feature_groups, image_shape  # noqa: E402
 from tidu.cli.train import Run  # noqa: E402
 
@@ -20,21 +21,7 @@ RECIPES = os.path.join(os.path.dirname(HERE), "recipes")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def train(tmp, name, text):

@@ -21,15 +21,7 @@ def recipe():
     return module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):  # small matrices: threads only contend on a shared machine
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def test_folds_tile_the_last_forty_quarters(recipe):

@@ -19,15 +19,7 @@ from tidu.privacy.callback import PrivacyCallback  # noqa: E402
 from tidu.train import Trainer  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")

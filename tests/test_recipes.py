@@ -25,15 +25,7 @@ SCORES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def generator():

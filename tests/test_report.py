@@ -20,27 +20,14 @@ import pandas as pd  # noqa: E402
 
 from tidu import config  # noqa: E402
 from tidu.cli import main  # noqa: E402
+from helpers import run_cli as cli  # noqa: E402
 from tidu.report import SECTIONS, sensitive_groups  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "area", "base", "wbr"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
-
-
-def cli(capsys, *args):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def train(tmp, name, text, *flags):

@@ -18,12 +18,7 @@ S = module_from_spec(_spec)
 _spec.loader.exec_module(S)
 
 
-@pytest.fixture(autouse=True)
-def one_blas_thread():
-    """One BLAS thread: small GEMMs on a busy 2-core machine are faster so, and the run repeats exactly."""
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def test_generated_images_and_masks():
