@@ -28,6 +28,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .dataset import Dataset
+from .loader import _new_generator
 
 __all__ = ["Transform", "Compose", "Lambda", "ToTensor", "Normalize", "RandomCrop", "RandomHorizontalFlip",
            "RandomVerticalFlip", "TransformDataset"]
@@ -44,18 +45,6 @@ def _unwrap(x):
 
 def _wrap(a, was_tensor):
     return Tensor(a) if was_tensor else a
-
-
-def _generator(generator, seed, who):
-    if generator is not None and seed is not None:
-        raise ValueError(f"{who}: give either generator= or seed=, not both")
-    if generator is not None:
-        if not isinstance(generator, np.random.Generator):
-            raise TypeError(f"{who}: generator must be a numpy.random.Generator, got {type(generator).__name__}")
-        return generator
-    if seed is not None:
-        return np.random.default_rng(seed)
-    return np.random.default_rng(int(backend.rng().integers(2**63)))
 
 
 def _image(op, a, batched):
@@ -290,7 +279,7 @@ class RandomCrop(Transform):
         if padding_mode not in _PAD_MODES:
             raise ValueError(f"RandomCrop: padding_mode must be one of {sorted(_PAD_MODES)}, got {padding_mode!r}")
         self.pad_if_needed, self.fill, self.padding_mode = bool(pad_if_needed), fill, padding_mode
-        self.generator = _generator(generator, seed, "RandomCrop")
+        self.generator = _new_generator(generator, seed, "RandomCrop")
 
     def apply(self, a):
         _image("RandomCrop", a, batched=False)
@@ -329,7 +318,7 @@ class _RandomFlip(Transform):
         if not 0 <= p <= 1:
             raise ValueError(f"{name}: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
-        self.generator = _generator(generator, seed, name)
+        self.generator = _new_generator(generator, seed, name)
 
     def apply(self, a):
         _image(type(self).__name__, a, batched=False)
