@@ -31,7 +31,42 @@ def _renumber(container, mods):
         container.add_module(str(i), m)
 
 
-class Sequential(Module):
+class _ListOf:
+    """The list methods shared by Sequential and ModuleList: modules registered as ``0``, ``1`` …,
+    renumbered after a removal or an insertion, as PyTorch does."""
+
+    def __delitem__(self, idx):
+        mods = list(self._modules.values())
+        del mods[idx if isinstance(idx, slice) else _index(type(self).__name__, idx, len(mods))]
+        _renumber(self, mods)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        mods = list(self._modules.values())
+        mods.insert(index, module)
+        _renumber(self, mods)
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
+
+
+class Sequential(_ListOf, Module):
     """Modules applied one after the other: ``Sequential(a, b, c)(x) == c(b(a(x)))``. Also takes an
     ``OrderedDict`` of named modules."""
 
@@ -59,44 +94,17 @@ class Sequential(Module):
         key = list(self._modules)[_index("Sequential", idx, len(self._modules))]
         setattr(self, key, module)
 
-    def __delitem__(self, idx):
-        mods = list(self._modules.values())
-        del mods[idx if isinstance(idx, slice) else _index("Sequential", idx, len(mods))]
-        _renumber(self, mods)  # as PyTorch does, so the keys stay 0..n-1
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __add__(self, other):
         if not isinstance(other, Sequential):
             raise TypeError(f"Sequential + {type(other).__name__}: both operands must be Sequential")
         return Sequential(*self, *other)
 
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
     def insert(self, index, module):
-        mods = list(self._modules.values())
-        mods.insert(index, module)
-        _renumber(self, mods)
+        super().insert(index, module)
         return self
 
-    def pop(self, index=-1):
-        m = self[index]
-        del self[index]
-        return m
 
-
-class ModuleList(Module):
+class ModuleList(_ListOf, Module):
     """A list of modules that registers them (so their parameters are found). It has no forward:
     iterate over it in yours."""
 
@@ -114,41 +122,11 @@ class ModuleList(Module):
     def __setitem__(self, idx, module):
         setattr(self, str(_index("ModuleList", idx, len(self))), module)
 
-    def __delitem__(self, idx):
-        mods = list(self._modules.values())
-        del mods[idx if isinstance(idx, slice) else _index("ModuleList", idx, len(mods))]
-        _renumber(self, mods)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __iadd__(self, modules):
         return self.extend(modules)
 
     def __add__(self, other):
         return ModuleList(list(self) + list(other))
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
-    def insert(self, index, module):
-        mods = list(self._modules.values())
-        mods.insert(index, module)
-        _renumber(self, mods)
-
-    def pop(self, index=-1):
-        m = self[index]
-        del self[index]
-        return m
 
 
 class _DictOf:
