@@ -14,6 +14,14 @@ def _dtype(dtype):
     return np.dtype(dtype) if dtype is not None else backend.get_default_dtype()
 
 
+def _affine(module, shape, dtype, weight=True, bias=True):
+    """Register ``weight`` (ones) and ``bias`` (zeros) of ``shape``, or None for those switched off."""
+    dtype = _dtype(dtype)
+    module.register_parameter("weight", Parameter(np.ones(shape, dtype=dtype)) if weight else None)
+    module.register_parameter("bias", Parameter(np.zeros(shape, dtype=dtype)) if weight and bias else None)
+    return dtype
+
+
 class _BatchNorm(Module):
     _ranks = ()  # the accepted input ranks
     _layout = ""
@@ -23,13 +31,7 @@ class _BatchNorm(Module):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        dtype = _dtype(dtype)
-        if affine:
-            self.weight = Parameter(np.ones(num_features, dtype=dtype))
-            self.bias = Parameter(np.zeros(num_features, dtype=dtype))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        dtype = _affine(self, num_features, dtype, affine)
         if track_running_stats:
             self.register_buffer("running_mean", Tensor(np.zeros(num_features, dtype=dtype)))
             self.register_buffer("running_var", Tensor(np.ones(num_features, dtype=dtype)))
@@ -119,16 +121,7 @@ class LayerNorm(Module):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(int(n) for n in normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
-        dtype = _dtype(dtype)
-        if elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine(self, self.normalized_shape, dtype, elementwise_affine, bias)
         if device is not None:
             self.to(device=device)
 
@@ -161,13 +154,7 @@ class GroupNorm(Module):
             raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
                              f"({num_groups})")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
-        dtype = _dtype(dtype)
-        if affine:
-            self.weight = Parameter(np.ones(num_channels, dtype=dtype))
-            self.bias = Parameter(np.zeros(num_channels, dtype=dtype))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine(self, num_channels, dtype, affine)
         if device is not None:
             self.to(device=device)
 
